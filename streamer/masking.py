@@ -6,9 +6,10 @@ integers, long decimals, ``1e400``, unicode escapes, spacing and member order ex
 duplicate member names harmless: every occurrence is a separate splice.
 
 Finding those values without a full parse rests on three facts about valid JSON (validity is
-checked first, by a C parser): a sensitive name can only occur inside a string token; once each
+checked first, by simdjson): a sensitive name can only occur inside a string token; once each
 ``\\x`` escape is blanked, the string holding a position starts at the previous ``"``; and a
-string token is a member name exactly when the next non-blank character is ``:``. An event in
+string token is a member name exactly when the next non-blank character is ``:``. Everything
+works on bytes, where substring search is memchr-fast whatever the text's script. An event in
 which no sensitive name, nor a ``\\u`` escape of one of its characters, occurs anywhere is clean
 and both copies are the input bytes themselves.
 
@@ -20,22 +21,25 @@ parsed is replaced whole (fail closed).
 from __future__ import annotations
 
 import json
-import json.scanner
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
-import orjson
+import simdjson
 
 from streamer.policy import DEFAULT_KEYS, REDACTED, KeyPolicy, Policy
 from streamer.summaries import mask_java_map
 
-_QUOTED_REDACTED = '"***"'
-_ESCAPE = re.compile(r"\\.", re.DOTALL)
-_COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
-_SCALAR = re.compile(r"[^\s,\]}]+")
+_QUOTED_REDACTED = b'"***"'
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_COLON = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*")
+_SCALAR = re.compile(rb"[^\s,\]}]+")
+_STRUCTURE = re.compile(rb'"[^"]*"|[{}\[\]]')
+_OPENERS = frozenset(b"{[")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Embedded text is unwrapped at most this many times (JSON in a string in a string ...).
 _MAX_EMBEDDING = 16
@@ -52,13 +56,16 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+_NOTHING: Mapping[Policy, Mapping[str, int]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Masked:
     """Both copies of one event, and how many values each policy replaced, per key."""
 
     public: bytes
     archive: bytes
-    redactions: Mapping[Policy, Mapping[str, int]] = field(default_factory=dict)
+    redactions: Mapping[Policy, Mapping[str, int]]
 
     def count(self, policy: Policy) -> int:
         return sum(self.redactions.get(policy, {}).values())
@@ -86,144 +93,144 @@ _STRICT = json.JSONDecoder(
 )
 
 
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_STRICT)  # type: ignore[arg-type]
+class _Parsers(threading.local):
+    """simdjson parsers are not thread-safe and hold one document at a time: one per thread."""
+
+    def __init__(self) -> None:
+        self.parser = simdjson.Parser()
 
 
-def _parse(text: bytes | str) -> Any:
-    """Parse strictly; raises ``ValueError`` or ``RecursionError`` when ``text`` is not JSON.
+_PARSERS = _Parsers()
+_BOM = b"\xef\xbb\xbf"
 
-    orjson is fast but refuses some valid JSON (``1e400``, lone surrogate escapes, nesting past
-    1024), so the standard library has the last word.
+
+def _is_object(data: bytes) -> bool:
+    """Whether ``data`` is one JSON object; raises ``ValueError``/``RecursionError`` if not JSON.
+
+    simdjson validates the whole document (UTF-8 included) without building Python objects, an
+    order of magnitude faster than any full parse. It refuses some valid JSON (integers past 64
+    bits, ``1e400``, lone surrogate escapes, nesting past 1024), so the standard library has
+    the last word on those.
     """
+    if data.startswith(_BOM):
+        raise ValueError("a byte order mark is not JSON")
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _STRICT.decode(text if isinstance(text, str) else text.decode("utf-8"))
+        document = _PARSERS.parser.parse(data)
+    except (ValueError, RuntimeError):
+        return isinstance(_STRICT.decode(data.decode("utf-8")), dict)
+    is_object = isinstance(document, simdjson.Object)
+    del document
+    return is_object
 
 
-def validate(raw: bytes | str) -> Rejected | None:
-    """``None`` when ``raw`` is one JSON object; otherwise why not."""
+def validate(raw: bytes) -> Rejected | None:
+    """``None`` when ``raw`` is one JSON object; otherwise why not (positions, never text)."""
     try:
-        value = _parse(raw)
+        if _is_object(raw):
+            return None
     except RecursionError:
         return Rejected(Reason.TOO_DEEP)
+    except UnicodeDecodeError as exc:
+        return Rejected(Reason.NOT_UTF8, f"byte {exc.start}")
     except json.JSONDecodeError as exc:
         return Rejected(Reason.INVALID_JSON, f"line {exc.lineno} column {exc.colno}")
     except ValueError:
         return Rejected(Reason.INVALID_JSON)
-    if not isinstance(value, dict):
-        return Rejected(Reason.NOT_OBJECT)
-    return None
+    return Rejected(Reason.NOT_OBJECT)
 
 
 def mask_event(raw: bytes, keys: KeyPolicy = DEFAULT_KEYS) -> Masked | Rejected:
-    """Decode one event once and produce its public and archive copies from one analysis."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejected(Reason.NOT_UTF8, f"byte {exc.start}")
+    """Validate one event once and produce its public and archive copies from one analysis."""
     rejected = validate(raw)
     if rejected is not None:
         return rejected
-    if not keys.mentioned(text):
-        return Masked(raw, raw, {})
+    if not keys.mentioned(raw):
+        return Masked(raw, raw, _NOTHING)
     try:
-        sites = _sites(text, keys)
-        public, public_counts = _emit(text, sites, keys, Policy.PUBLIC, 0)
-        archive, archive_counts = _emit(text, sites, keys, Policy.ARCHIVE, 0)
+        sites = _sites(raw, keys)
+        public, public_counts = _emit(raw, sites, keys, Policy.PUBLIC, 0)
+        archive, archive_counts = _emit(raw, sites, keys, Policy.ARCHIVE, 0)
     except RecursionError:
         return Rejected(Reason.TOO_DEEP)
-    return Masked(
-        public.encode("utf-8") if public is not text else raw,
-        archive.encode("utf-8") if archive is not text else raw,
-        {Policy.PUBLIC: public_counts, Policy.ARCHIVE: archive_counts},
-    )
+    return Masked(public, archive, {Policy.PUBLIC: public_counts, Policy.ARCHIVE: archive_counts})
 
 
-def mask_text(
-    text: str, keys: KeyPolicy, policy: Policy, depth: int = 0
-) -> tuple[str, dict[str, int]]:
-    """Apply ``policy`` to valid JSON ``text`` (of any type). Returns ``text`` itself when
+def mask_bytes(
+    data: bytes, keys: KeyPolicy, policy: Policy, depth: int = 0
+) -> tuple[bytes, dict[str, int]]:
+    """Apply ``policy`` to valid JSON ``data`` (of any type). Returns ``data`` itself when
     nothing changed, and the values replaced per key."""
-    if not keys.mentioned(text):
-        return text, {}
-    return _emit(text, _sites(text, keys), keys, policy, depth)
+    if not keys.mentioned(data):
+        return data, {}
+    return _emit(data, _sites(data, keys), keys, policy, depth)
 
 
-@dataclass(slots=True)
-class _Site:
-    """A string token that mentions a sensitive name: either a sensitive member name, with the
-    extent of its value, or a string value whose content may need masking."""
-
-    start: int
-    end: int
-    name: str | None
-    value_at: int = 0
-    value_end: int = 0
-    content: str = ""
+#: A string token mentioning a sensitive name: ``(start, end, name, value_at, value_end)`` for
+#: a sensitive member name and the extent of its value, or ``(start, end, None, content, 0)``
+#: for a string value whose decoded ``content`` may need masking.
+_Site = tuple[int, int, str | None, Any, int]
 
 
-def _sites(text: str, keys: KeyPolicy) -> list[_Site]:
-    """Every sensitive member and every string value mentioning a name, in text order; shared
-    by both policies, so the event is analysed once."""
-    plain = _ESCAPE.sub("..", text) if "\\" in text else text
+def _sites(data: bytes, keys: KeyPolicy) -> list[_Site]:
+    """Every sensitive member and every string value mentioning a name, in order; shared by
+    both policies, so the event is analysed once."""
+    plain = _ESCAPE.sub(b"..", data) if b"\\" in data else data
+    all_keys = keys.all_keys
     sites: list[_Site] = []
     floor = 0
-    for at in keys.mentions(text):
+    for at in keys.mentions(data):
         if at < floor:
             continue
-        start = plain.rfind('"', 0, at)
-        end = floor = plain.index('"', at) + 1
-        colon = _COLON.match(text, end)
+        start = plain.rfind(b'"', 0, at)
+        end = floor = plain.index(b'"', at) + 1
+        colon = _COLON.match(data, end)
         if colon is not None:
-            name = _unquote(text[start:end])
-            if name in keys.all_keys:
+            name = _unquote(data[start:end])
+            if name in all_keys:
                 value_at = colon.end()
-                sites.append(_Site(start, end, name, value_at, _value_end(text, plain, value_at)))
-        elif _may_hold_keys(text, start + 1, end - 1, keys):
-            sites.append(_Site(start, end, None, content=_unquote(text[start:end])))
+                sites.append((start, end, name, value_at, _value_end(data, plain, value_at)))
+        elif _may_hold_keys(data, start + 1, end - 1, keys):
+            sites.append((start, end, None, _unquote(data[start:end]), 0))
     return sites
 
 
 def _emit(
-    text: str, sites: list[_Site], keys: KeyPolicy, policy: Policy, depth: int
-) -> tuple[str, dict[str, int]]:
+    data: bytes, sites: list[_Site], keys: KeyPolicy, policy: Policy, depth: int
+) -> tuple[bytes, dict[str, int]]:
     """Splice one policy's copy together from the shared analysis."""
     replaced = keys.replaced_by(policy)
     counts: dict[str, int] = {}
-    out: list[str] = []
+    out: list[bytes] = []
     pos = 0
-    for site in sites:
-        if site.start < pos:
+    for start, end, name, value_at, value_end in sites:
+        if start < pos:
             continue
-        if site.name is not None:
-            if site.name not in replaced:
+        if name is not None:
+            if name not in replaced:
                 continue
-            if text[site.value_at : site.value_end] != _QUOTED_REDACTED:
-                counts[site.name] = counts.get(site.name, 0) + 1
-            out.append(text[pos : site.value_at])
-            out.append(_QUOTED_REDACTED)
-            pos = site.value_end
+            if data[value_at:value_end] != _QUOTED_REDACTED:
+                counts[name] = counts.get(name, 0) + 1
+            out += (data[pos:value_at], _QUOTED_REDACTED)
+            pos = value_end
         else:
-            inner = _mask_embedded(site.content, keys, policy, counts, depth + 1)
+            inner = _mask_embedded(value_at, keys, policy, counts, depth + 1)
             if inner is not None:
-                out.append(text[pos : site.start])
-                out.append(_quote(inner))
-                pos = site.end
+                out += (data[pos:start], _quote(inner))
+                pos = end
     if not out:
-        return text, counts
-    out.append(text[pos:])
-    return "".join(out), counts
+        return data, counts
+    out.append(data[pos:])
+    return b"".join(out), counts
 
 
-def _may_hold_keys(text: str, start: int, end: int, keys: KeyPolicy) -> bool:
+def _may_hold_keys(data: bytes, start: int, end: int, keys: KeyPolicy) -> bool:
     """Cheap filter for string values: only embedded JSON or map text (or text using a name as
     a key) can change; expressions like ``${workflow.input._secrets.key}`` cannot."""
-    if text[start : start + 1] in ("{", "[", " ") and start < end:
+    if start < end and data[start] in b"{[ ":
         return True
-    if text.find("\\", start, end) >= 0:
+    if data.find(b"\\", start, end) >= 0:
         return True
-    return keys.key_use_pattern(Policy.PUBLIC).search(text, start, end) is not None
+    return keys.key_use_pattern(Policy.PUBLIC).search(data[start:end].decode()) is not None
 
 
 def _mask_embedded(
@@ -236,14 +243,11 @@ def _mask_embedded(
     """
     head = value.lstrip()[:1]
     if head in ("{", "[", '"') and depth <= _MAX_EMBEDDING:
-        try:
-            _parse(value)
-        except (ValueError, RecursionError):
-            pass
-        else:
-            masked, inner_counts = mask_text(value, keys, policy, depth)
+        inner = _json_bytes(value)
+        if inner is not None:
+            masked, inner_counts = mask_bytes(inner, keys, policy, depth)
             _merge(counts, inner_counts)
-            return None if masked is value else masked
+            return None if masked is inner else masked.decode("utf-8")
         if head in ("{", "["):
             map_counts: dict[str, int] = {}
             masked_map = mask_java_map(value, keys.replaced_by(policy), map_counts)
@@ -255,6 +259,16 @@ def _mask_embedded(
         return None
     counts[use.group(1)] = counts.get(use.group(1), 0) + 1
     return REDACTED
+
+
+def _json_bytes(value: str) -> bytes | None:
+    """``value`` as UTF-8 bytes when it is JSON text, else ``None``."""
+    try:
+        data = value.encode("utf-8")
+        _STRICT.decode(value)
+    except (ValueError, RecursionError):
+        return None
+    return data
 
 
 def _leaks(text: str, keys: KeyPolicy, policy: Policy) -> bool:
@@ -269,31 +283,40 @@ def _leaks(text: str, keys: KeyPolicy, policy: Policy) -> bool:
     return False
 
 
-def _value_end(text: str, plain: str, at: int) -> int:
-    """Index just past the JSON value starting at ``at``."""
-    first = text[at]
-    if first == '"':
-        return plain.index('"', at + 1) + 1
-    if first in "{[":
-        return int(_SCAN(text, at)[1])
-    match = _SCALAR.match(text, at)
+def _value_end(data: bytes, plain: bytes, at: int) -> int:
+    """Index just past the JSON value starting at ``at`` (valid JSON assumed)."""
+    first = data[at]
+    if first == 0x22:  # "
+        return plain.index(b'"', at + 1) + 1
+    if first in _OPENERS:
+        depth = 0
+        for token in _STRUCTURE.finditer(plain, at):
+            c = plain[token.start()]
+            if c in _OPENERS:
+                depth += 1
+            elif c != 0x22:
+                depth -= 1
+                if depth == 0:
+                    return token.end()
+        raise ValueError("unbalanced JSON value")
+    match = _SCALAR.match(data, at)
     if match is None:
         raise ValueError("no JSON value at this position")
     return match.end()
 
 
-def _unquote(token: str) -> str:
-    if "\\" not in token:
-        return token[1:-1]
+def _unquote(token: bytes) -> str:
+    if b"\\" not in token:
+        return token[1:-1].decode("utf-8")
     value = json.loads(token)
     assert isinstance(value, str)
     return value
 
 
-def _quote(value: str) -> str:
+def _quote(value: str) -> bytes:
     """A JSON string token; non-ASCII stays readable unless it holds a lone surrogate, which
     UTF-8 cannot carry."""
-    return json.dumps(value, ensure_ascii=_SURROGATE.search(value) is not None)
+    return json.dumps(value, ensure_ascii=_SURROGATE.search(value) is not None).encode("utf-8")
 
 
 def _merge(into: dict[str, int], counts: Mapping[str, int]) -> None:

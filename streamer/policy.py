@@ -51,34 +51,34 @@ class KeyPolicy:
         return self.all_keys if policy is Policy.PUBLIC else self.secret_keys
 
     @cached_property
-    def _escape_pattern(self) -> re.Pattern[str]:
+    def _escape_pattern(self) -> re.Pattern[bytes]:
         chars = {c for name in self.all_keys for c in name}
         codes = sorted({f"{ord(c):04x}" for c in chars} | {f"{ord(c):04X}" for c in chars})
-        return re.compile(r"\\u(?:" + "|".join(codes) + ")")
+        return re.compile(rb"\\u(?:" + "|".join(codes).encode() + rb")")
 
     @cached_property
-    def _names(self) -> tuple[str, ...]:
-        return tuple(sorted(self.all_keys))
+    def _names(self) -> tuple[bytes, ...]:
+        return tuple(sorted(n.encode() for n in self.all_keys))
 
-    def mentioned(self, text: str) -> bool:
-        """Whether ``text`` may spell a sensitive name: the name itself, or a ``\\u`` escape of
+    def mentioned(self, data: bytes) -> bool:
+        """Whether ``data`` may spell a sensitive name: the name itself, or a ``\\u`` escape of
         one of its characters (``"\\u005fsecrets"`` is ``_secrets``). ``False`` proves it clean.
-        Plain substring search: much faster than a regex alternation."""
+        Plain substring search on bytes: much faster than a regex alternation."""
         for name in self._names:
-            if name in text:
+            if name in data:
                 return True
-        return "\\u" in text and self._escape_pattern.search(text) is not None
+        return b"\\u" in data and self._escape_pattern.search(data) is not None
 
-    def mentions(self, text: str) -> list[int]:
-        """Sorted positions in ``text`` where a sensitive name may be spelled."""
+    def mentions(self, data: bytes) -> list[int]:
+        """Sorted positions in ``data`` where a sensitive name may be spelled."""
         found: list[int] = []
         for name in self._names:
-            at = text.find(name)
+            at = data.find(name)
             while at >= 0:
                 found.append(at)
-                at = text.find(name, at + len(name))
-        if "\\u" in text:
-            found.extend(m.start() for m in self._escape_pattern.finditer(text))
+                at = data.find(name, at + len(name))
+        if b"\\u" in data:
+            found.extend(m.start() for m in self._escape_pattern.finditer(data))
         found.sort()
         return found
 

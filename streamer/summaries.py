@@ -86,6 +86,8 @@ def mask_java_map(text: str, replaced: Set[str], counts: dict[str, int]) -> str 
     is not unambiguous Java map text. ``counts`` gains one per value replaced, per key; a value
     that already reads ``***`` is not counted again, so a second pass changes nothing.
     """
+    if text[:1] not in ("{", "["):
+        return None
     parser = _Parser(text, replaced)
     try:
         if parser.value(0, 0) != len(text):
