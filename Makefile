@@ -38,6 +38,19 @@ test: lint $(STAMP) ## lint, then every test: unit and integration (a broker is 
 bench-mask: $(STAMP) ## masking core throughput vs a json.loads+json.dumps round trip
 	$(PY) -m bench.mask
 
+# Without STREAMER_BOOTSTRAP_SERVERS, demo and run start the local Kafka (kafka-up) and use it.
+ifeq ($(STREAMER_BOOTSTRAP_SERVERS),)
+LOCAL_KAFKA := kafka-up
+KAFKA_ENV := STREAMER_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT)
+endif
+
+demo: $(STAMP) $(LOCAL_KAFKA) ## the product on the bundled Conductor events: raw vs public vs archive
+	$(KAFKA_ENV) $(VENV)/bin/streamer demo
+
+run: $(STAMP) $(LOCAL_KAFKA) ## the long-running service (creates the topics first; Ctrl-C stops it)
+	$(KAFKA_ENV) $(VENV)/bin/streamer topics create
+	$(KAFKA_ENV) $(VENV)/bin/streamer run
+
 kafka-up: $(STAMP) ## start a local single-node Kafka on 127.0.0.1:$KAFKA_PORT (jars from Maven Central)
 	$(PY) -m streamer.localkafka up
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +17,10 @@ from typing import IO, BinaryIO
 
 from streamer import __version__
 from streamer.policy import POLICY_VERSION, KeyPolicy, Policy
-from streamer.settings import SettingsError, load_settings
+from streamer.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0
-EXIT_QUARANTINED = 1
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -69,7 +71,120 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="another member name treated like _masked (repeatable)",
     )
+    run = sub.add_parser(
+        "run",
+        help="the service: consume raw topics, produce public and archive copies",
+        description="Consume the raw topics and produce, per event, a public copy, an archive copy "
+        "(or a quarantine record), committed exactly once with the consumed offsets. Settings come "
+        "from STREAMER_* variables and --config; see the README.",
+    )
+    run.add_argument(
+        "--stop-when-caught-up",
+        action="store_true",
+        help="stop after the end offsets present at start are committed (backfills, tests, demo)",
+    )
+    topics = sub.add_parser("topics", help="manage the topics streamer reads and writes")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    topics_sub.add_parser(
+        "create",
+        help="create the raw, public, archive and quarantine topics (safe to run twice)",
+        description="Create every topic of the configured routes and the quarantine topic, with "
+        "STREAMER_TOPIC_PARTITIONS partitions and STREAMER_TOPIC_REPLICATION replicas; the archive "
+        "topics keep data forever. Existing topics are left as they are.",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="produce the bundled sample events, run once, show raw vs public vs archive",
+        description="Create the topics, produce the bundled Conductor sample events (and one "
+        "poison record), run `streamer run --stop-when-caught-up`, then print raw, public and "
+        "archive side by side and the counts per topic. Uses STREAMER_BOOTSTRAP_SERVERS.",
+    )
+    demo.add_argument("--show", type=int, default=3, help="events to show side by side")
     return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+    from prometheus_client import CollectorRegistry
+
+    from streamer.metrics import Health, Metrics, MetricsServer
+    from streamer.runner import FatalKafkaError, Runner, default_transactional_id
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    log = logging.getLogger("streamer")
+    metrics = Metrics(CollectorRegistry())
+    metrics.prepare([r.name for r in settings.routes], sorted(settings.keys.all_keys))
+    health = Health(metrics)
+    server = None
+    if settings.metrics_port:
+        try:
+            server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror} (set STREAMER_METRICS_PORT, 0 disables)"
+            ) from None
+        server.start()
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    txn_id = default_transactional_id(settings, socket.gethostname)
+    log.info(
+        "streamer %s: %s, group %s, %s, routes %s",
+        __version__,
+        settings.bootstrap_servers,
+        settings.group_id,
+        settings.delivery.value
+        + (f" (transactional id {txn_id})" if settings.exactly_once else ""),
+        ", ".join(f"{r.raw} -> {r.public} + {r.archive}" for r in settings.routes),
+    )
+    runner = Runner(settings, metrics, health, txn_id, args.stop_when_caught_up)
+    runner.install_signal_handlers()
+    try:
+        summary = runner.run()
+    except FatalKafkaError as exc:
+        log.error("stopping: %s", exc)
+        return EXIT_FAILURE
+    except KafkaException as exc:
+        log.error("stopping: Kafka error %s: %s", exc.args[0].name(), exc.args[0].str())
+        return EXIT_FAILURE
+    finally:
+        if server is not None:
+            server.stop()
+    print(summary.render(), file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from streamer.kafka import create_topics
+
+    settings = _settings(args)
+    try:
+        for topic, outcome in create_topics(settings):
+            print(f"{outcome:<8} {topic}")
+    except KafkaException as exc:
+        print(f"streamer: cannot create topics: {exc.args[0].str()}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamer.demo import run_demo
+
+    return run_demo(_settings(args), args.config, args.show)
 
 
 def _open(stack: contextlib.ExitStack, path: str, mode: str, std: IO[bytes]) -> BinaryIO:
@@ -102,12 +217,12 @@ def _cmd_mask(args: argparse.Namespace) -> int:
         summary = mask_lines(source, sink, quarantine, policy, keys, open_progress(source))
         sink.flush()
     print(summary.render(policy), file=sys.stderr)
-    return EXIT_QUARANTINED if summary.quarantined_count else EXIT_OK
+    return EXIT_FAILURE if summary.quarantined_count else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"mask": _cmd_mask}
+    handlers = {"mask": _cmd_mask, "run": _cmd_run, "topics": _cmd_topics, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except (UsageError, SettingsError) as exc:
