@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +111,8 @@ class Stack:
     def produce(
         self,
         route: str,
-        values: list[bytes | None],
-        keys: list[bytes | None] | None = None,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
         config: dict[str, object] | None = None,
     ) -> None:
