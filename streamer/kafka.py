@@ -41,12 +41,21 @@ def consumer_config(settings: Settings) -> dict[str, object]:
     }
 
 
-def producer_config(settings: Settings, transactional_id: str | None) -> dict[str, object]:
+def batch_bytes(limits: Iterable[int]) -> int:
+    """A producer batch.size that no output topic refuses: librdkafka's default (1 MB) unless a
+    topic's max.message.bytes is smaller."""
+    return max(min([1_000_000, *(limit - 1024 for limit in limits)]), 1024)
+
+
+def producer_config(
+    settings: Settings, transactional_id: str | None, batch_size: int = 1_000_000
+) -> dict[str, object]:
     config: dict[str, object] = {
         **settings.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "batch.size": batch_size,
         # Records are size-checked against each topic's own limit before they are produced;
         # the client-side cap only has to stay above every topic's.
         "message.max.bytes": 64 * 1024 * 1024,

@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from streamer import __version__
+from streamer.masking import Reason
 from streamer.policy import POLICY_VERSION, Policy
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -122,6 +123,8 @@ class Metrics:
             self.consumed.labels(route)
             for output in ("public", "archive", "quarantine"):
                 self.produced.labels(route, output)
+            for reason in Reason:  # a first quarantine must show as an increase from 0
+                self.quarantined.labels(route, reason.value)
             for policy in Policy:
                 for key in keys:
                     self.redactions.labels(route, policy.value, key)
@@ -141,13 +144,14 @@ class Health:
         self.failing_since: float | None = None
         self.metrics = metrics
         self._lock = threading.Lock()
+        if metrics is not None:
+            # Read at scrape time: "failing for over 30 s" turns true with no update to set it.
+            metrics.ready.set_function(lambda: 1.0 if self.is_ready()[0] else 0.0)
 
     def update(self, **state: object) -> None:
         with self._lock:
             for name, value in state.items():
                 setattr(self, name, value)
-        if self.metrics is not None:
-            self.metrics.ready.set(1 if self.is_ready()[0] else 0)
 
     def is_ready(self) -> tuple[bool, str]:
         if not self.producer_ready:

@@ -119,6 +119,9 @@ class Runner:
         self.summary = Summary()
         self.stopping = False
         self.oversize: set[Coordinates] = set()
+        self._suspects: set[Coordinates] = set()
+        self._outputs: list[str] = []
+        self._batch_bytes = 0
         self.assigned: set[Partition] = set()
         self.targets: dict[Partition, int] = {}
         self.reached: dict[Partition, int] = {}
@@ -144,11 +147,10 @@ class Runner:
         settings = self.settings
         outputs = [t for r in settings.routes for t in (r.public, r.archive)]
         outputs.append(settings.quarantine_topic)
+        self._outputs = outputs
         self._limits = kafka.max_message_bytes(settings, outputs)
-        self.producer = Producer(kafka.producer_config(settings, self.transactional_id))
+        self._new_producer()
         self._out_partitions = self._partition_counts(outputs)
-        if self.transactional_id:
-            self.producer.init_transactions(30)
         self.health.update(producer_ready=True)
         self.consumer = Consumer(kafka.consumer_config(settings))
         if self.stop_when_caught_up:
@@ -165,6 +167,25 @@ class Runner:
         finally:
             self._close()
         return self.summary
+
+    def _new_producer(self) -> None:
+        """(Re)create the producer with record batches that fit every output topic's limit
+        (librdkafka does not split a batch the broker refuses as too large)."""
+        if self.producer is not None:
+            self.producer.flush(10)
+        self._batch_bytes = kafka.batch_bytes(self._limits.values())
+        self.producer = Producer(
+            kafka.producer_config(self.settings, self.transactional_id, self._batch_bytes)
+        )
+        if self.transactional_id:
+            self.producer.init_transactions(30)
+
+    def _refresh_limits(self) -> None:
+        """After a copy was refused as too large: the topic limits may have changed."""
+        self._limits = kafka.max_message_bytes(self.settings, self._outputs)
+        if kafka.batch_bytes(self._limits.values()) < self._batch_bytes:
+            log.info("an output topic's max.message.bytes shrank: recreating the producer")
+            self._new_producer()
 
     def _loop(self) -> None:
         timeout = self.settings.commit_interval_ms / 1000
@@ -253,10 +274,16 @@ class Runner:
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
     def _abort(self, error: KafkaError, first: dict[Partition, int]) -> None:
+        too_large = False
         for coords, failure in self._failed:
             self.metrics.delivery_errors.labels(failure.name()).inc()
             if failure.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                self.oversize.add(coords)
+                # Refused once: re-read the limits and retry. Refused again with fresh limits:
+                # quarantine it by reference rather than retry forever.
+                if coords in self._suspects:
+                    self.oversize.add(coords)
+                self._suspects.add(coords)
+                too_large = True
         if self.transactional_id and error.fatal():
             raise FatalKafkaError(
                 f"producer {error.name()}: another instance with transactional id "
@@ -277,6 +304,8 @@ class Runner:
                 raise
         self.metrics.transactions.labels("aborted").inc()
         self.summary.aborted += 1
+        if too_large:
+            self._refresh_limits()
         if self.health.failing_since is None:
             self.health.update(failing_since=time.monotonic())
         for (topic, partition), offset in first.items():
