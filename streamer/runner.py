@@ -21,7 +21,6 @@ from types import FrameType
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -353,7 +352,7 @@ class Runner:
             tally.clean[route] += 1
         for policy, counts in result.redactions.items():
             for key, n in counts.items():
-                tally.redactions[(route, policy.value, key)] += n
+                tally.redactions[(route, policy, key)] += n  # a StrEnum: no .value lookup
 
     def _quarantine(
         self, record: Record, reason: Reason, tally: Tally, by_reference: bool = False
@@ -493,10 +492,13 @@ class Runner:
         pending = [p for p in self.assigned if self.reached.get(p, -1) < self.targets.get(p, 0)]
         if not pending:
             return True
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in pending], timeout=10)
+        unknown = [TopicPartition(t, p) for t, p in pending if (t, p) not in self.reached]
+        if not unknown:
+            return False
+        # A partition this run has not touched yet may be finished already (committed earlier).
+        committed = self.consumer.committed(unknown, timeout=10)
         for tp in committed:
-            if tp.offset != OFFSET_INVALID:
-                self._reach((tp.topic, tp.partition), tp.offset)
+            self._reach((tp.topic, tp.partition), max(tp.offset, 0))
         return all(self.reached.get(p, -1) >= self.targets.get(p, 0) for p in self.assigned)
 
     def _update_lag(self) -> None:
@@ -506,9 +508,11 @@ class Runner:
         self._last_lag = now
         parts = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         for tp in self.consumer.position(parts):
-            try:
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            try:  # the high watermark of the last fetch: no request to the broker
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
+                continue
+            if high < 0:
                 continue
             position = tp.offset if tp.offset >= 0 else self.reached.get((tp.topic, tp.partition))
             if position is not None:
