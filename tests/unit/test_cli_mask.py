@@ -106,3 +106,27 @@ def test_help_and_version() -> None:
     assert b"mask" in run("--help").stdout
     assert b"--quarantine" in run("mask", "--help").stdout
     assert run("--version").stdout.startswith(b"streamer ")
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    import io
+
+    from streamer.maskfile import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen, total_bytes=1000)
+    progress.last = -1.0  # draw on the first event
+    progress.advance(500)
+    progress.close()
+    assert "50.0%" in screen.getvalue()
+    assert "1 events" in screen.getvalue()
+    assert screen.getvalue().endswith("\n")
+    piped = io.StringIO()
+    quiet = Progress(piped, total_bytes=1000)
+    quiet.advance(500)
+    quiet.close()
+    assert piped.getvalue() == ""
