@@ -119,6 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
     from prometheus_client import CollectorRegistry
 
+    from streamer.kafka import UnreachableError
     from streamer.metrics import Health, Metrics, MetricsServer
     from streamer.runner import FatalKafkaError, Runner, default_transactional_id
 
@@ -153,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner.install_signal_handlers()
     try:
         summary = runner.run()
-    except FatalKafkaError as exc:
+    except (FatalKafkaError, UnreachableError) as exc:
         log.error("stopping: %s", exc)
         return EXIT_FAILURE
     except KafkaException as exc:
@@ -169,12 +170,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
-    from streamer.kafka import create_topics
+    from streamer.kafka import UnreachableError, create_topics
 
     settings = _settings(args)
     try:
         for topic, outcome in create_topics(settings):
             print(f"{outcome:<8} {topic}")
+    except UnreachableError as exc:
+        print(f"streamer: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KafkaException as exc:
         print(f"streamer: cannot create topics: {exc.args[0].str()}", file=sys.stderr)
         return EXIT_FAILURE

@@ -71,6 +71,20 @@ def admin(settings: Settings) -> AdminClient:
     return AdminClient(dict(settings.client_config()))
 
 
+class UnreachableError(Exception):
+    """No broker answered: one line naming the bootstrap servers, never the credentials."""
+
+
+def check_reachable(settings: Settings, timeout: float = 15.0) -> None:
+    try:
+        admin(settings).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise UnreachableError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout:.0f} s "
+            f"({exc.args[0].name()}); check STREAMER_BOOTSTRAP_SERVERS and STREAMER_KAFKA"
+        ) from None
+
+
 @dataclass(frozen=True)
 class TopicPlan:
     name: str
@@ -94,6 +108,7 @@ def topic_plan(settings: Settings) -> list[TopicPlan]:
 
 def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, str]]:
     """Create the topics that do not exist yet: returns (topic, 'created'|'exists') pairs."""
+    check_reachable(settings)
     client = admin(settings)
     plans = topic_plan(settings)
     futures = client.create_topics(

@@ -147,6 +147,7 @@ class Runner:
         outputs = [t for r in settings.routes for t in (r.public, r.archive)]
         outputs.append(settings.quarantine_topic)
         self._outputs = outputs
+        kafka.check_reachable(settings)
         self._limits = kafka.max_message_bytes(settings, outputs)
         self._new_producer()
         self._out_partitions = self._partition_counts(outputs)
