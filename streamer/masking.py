@@ -40,6 +40,8 @@ _COLON = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*")
 _SCALAR = re.compile(rb"[^\s,\]}]+")
 _STRUCTURE = re.compile(rb'"[^"]*"|[{}\[\]]')
 _OPENERS = frozenset(b"{[")
+#: An object or array holding no nested one (strings may hold brackets): the usual secret.
+_FLAT = re.compile(rb'\{(?:[^{}\[\]"]|"[^"]*")*\}|\[(?:[^{}\[\]"]|"[^"]*")*\]')
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Embedded text is unwrapped at most this many times (JSON in a string in a string ...).
 _MAX_EMBEDDING = 16
@@ -54,6 +56,12 @@ class Reason(StrEnum):
     TOO_DEEP = "too_deep"
     TOO_LARGE = "too_large"
     INTERNAL_ERROR = "internal_error"
+    #: Avro (streamer.avro): not framed as configured, or does not decode with its writer's schema.
+    AVRO_DECODE = "avro_decode"
+    #: Avro: the schema id or fingerprint names no schema the registry or schemas/ knows.
+    UNKNOWN_SCHEMA = "unknown_schema"
+    #: Avro: the registry refuses the output schema under the subject (compatibility settings).
+    SCHEMA_INCOMPATIBLE = "schema_incompatible"
 
 
 _NOTHING: Mapping[Policy, Mapping[str, int]] = MappingProxyType({})
@@ -174,6 +182,10 @@ _Site = tuple[int, int, str | None, Any, int]
 def _sites(data: bytes, keys: KeyPolicy) -> list[_Site]:
     """Every sensitive member and every string value mentioning a name, in order; shared by
     both policies, so the event is analysed once."""
+    if b"\\" not in data:
+        members = _member_sites(data, keys)
+        if members is not None:
+            return members
     plain = _ESCAPE.sub(b"..", data) if b"\\" in data else data
     all_keys = keys.all_keys
     sites: list[_Site] = []
@@ -191,6 +203,22 @@ def _sites(data: bytes, keys: KeyPolicy) -> list[_Site]:
                 sites.append((start, end, name, value_at, _value_end(data, plain, value_at)))
         elif _may_hold_keys(data, start + 1, end - 1, keys):
             sites.append((start, end, None, _unquote(data[start:end]), 0))
+    return sites
+
+
+def _member_sites(data: bytes, keys: KeyPolicy) -> list[_Site] | None:
+    """The common case in one regex pass: no escapes anywhere, and every mention of a name is
+    a member name (``"_secrets":``). With no escapes every ``"`` is a real string boundary, so a
+    match cannot start inside a string. ``None`` when some mention is not a member name."""
+    sites: list[_Site] = []
+    for match in keys.member_pattern.finditer(data):
+        value_at = match.end()
+        name = match.group(1).decode("utf-8")
+        sites.append(
+            (match.start(), match.end(1) + 1, name, value_at, _value_end(data, data, value_at))
+        )
+    if len(sites) != keys.count_mentions(data):
+        return None
     return sites
 
 
@@ -289,6 +317,9 @@ def _value_end(data: bytes, plain: bytes, at: int) -> int:
     if first == 0x22:  # "
         return plain.index(b'"', at + 1) + 1
     if first in _OPENERS:
+        flat = _FLAT.match(plain, at)
+        if flat is not None:
+            return flat.end()
         depth = 0
         for token in _STRUCTURE.finditer(plain, at):
             c = plain[token.start()]

@@ -82,6 +82,17 @@ class KeyPolicy:
         found.sort()
         return found
 
+    @cached_property
+    def member_pattern(self) -> re.Pattern[bytes]:
+        """A sensitive name as a member name, with its colon: ``"_secrets" :``."""
+        names = b"|".join(re.escape(n) for n in sorted(self._names, key=len, reverse=True))
+        return re.compile(rb'"(' + names + rb')"[ \t\n\r]*:[ \t\n\r]*')
+
+    def count_mentions(self, data: bytes) -> int:
+        """How often the names occur in ``data``. Where one configured name contains another this
+        over-counts, which only turns the caller's fast path off."""
+        return sum(data.count(name) for name in self._names)
+
     def key_use_pattern(self, policy: Policy) -> re.Pattern[str]:
         """A name this policy replaces, written where a key goes: ``_secrets=`` in Java map text,
         ``_secrets":`` in JSON text (escaped or not). Used to fail closed on text that cannot be

@@ -236,3 +236,35 @@ def test_mask_text_works_on_any_json_value() -> None:
     text, counts = mask_bytes(b'[{"_secrets":1}]', KeyPolicy(), Policy.PUBLIC)
     assert text == b'[{"_secrets":"***"}]'
     assert counts == {"_secrets": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected_public", "expected_archive"),
+    [
+        (  # brackets inside strings of a flat secret value
+            '{"_secrets":{"a":"}{][","b":["]"]},"k":1}',
+            '{"_secrets":"***","k":1}',
+            '{"_secrets":"***","k":1}',
+        ),
+        (  # nested containers under a kept _masked, with a _secrets inside
+            '{"_masked":{"a":[{"b":"x"}],"_secrets":[[1],[2]]},"k":[1]}',
+            '{"_masked":"***","k":[1]}',
+            '{"_masked":{"a":[{"b":"x"}],"_secrets":"***"},"k":[1]}',
+        ),
+        (  # one mention is a value, not a member: the general path takes over
+            '{"_secrets":{"a":1},"note":"_secrets"}',
+            '{"_secrets":"***","note":"_secrets"}',
+            '{"_secrets":"***","note":"_secrets"}',
+        ),
+        (  # a look-alike member name containing a real one
+            '{"x_secrets":1,"_secrets":2}',
+            '{"x_secrets":1,"_secrets":"***"}',
+            '{"x_secrets":1,"_secrets":"***"}',
+        ),
+    ],
+)
+def test_fast_and_general_paths_agree(
+    raw: str, expected_public: str, expected_archive: str
+) -> None:
+    assert public(raw) == expected_public
+    assert archive(raw) == expected_archive
