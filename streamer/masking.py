@@ -154,6 +154,10 @@ def mask_event(raw: bytes, keys: KeyPolicy = DEFAULT_KEYS) -> Masked | Rejected:
         return rejected
     if not keys.mentioned(raw):
         return Masked(raw, raw, _NOTHING)
+    if b"\\" not in raw:
+        both = _mask_members(raw, keys)
+        if both is not None:
+            return both
     try:
         sites = _sites(raw, keys)
         public, public_counts = _emit(raw, sites, keys, Policy.PUBLIC, 0)
@@ -170,6 +174,11 @@ def mask_bytes(
     nothing changed, and the values replaced per key."""
     if not keys.mentioned(data):
         return data, {}
+    if b"\\" not in data:
+        both = _mask_members(data, keys)
+        if both is not None:
+            copy = both.public if policy is Policy.PUBLIC else both.archive
+            return copy, dict(both.redactions[policy])
     return _emit(data, _sites(data, keys), keys, policy, depth)
 
 
@@ -182,10 +191,6 @@ _Site = tuple[int, int, str | None, Any, int]
 def _sites(data: bytes, keys: KeyPolicy) -> list[_Site]:
     """Every sensitive member and every string value mentioning a name, in order; shared by
     both policies, so the event is analysed once."""
-    if b"\\" not in data:
-        members = _member_sites(data, keys)
-        if members is not None:
-            return members
     plain = _ESCAPE.sub(b"..", data) if b"\\" in data else data
     all_keys = keys.all_keys
     sites: list[_Site] = []
@@ -206,20 +211,44 @@ def _sites(data: bytes, keys: KeyPolicy) -> list[_Site]:
     return sites
 
 
-def _member_sites(data: bytes, keys: KeyPolicy) -> list[_Site] | None:
-    """The common case in one regex pass: no escapes anywhere, and every mention of a name is
-    a member name (``"_secrets":``). With no escapes every ``"`` is a real string boundary, so a
-    match cannot start inside a string. ``None`` when some mention is not a member name."""
-    sites: list[_Site] = []
-    for match in keys.member_pattern.finditer(data):
-        value_at = match.end()
-        name = match.group(1).decode("utf-8")
-        sites.append(
-            (match.start(), match.end(1) + 1, name, value_at, _value_end(data, data, value_at))
-        )
-    if len(sites) != keys.count_mentions(data):
-        return None
-    return sites
+def _mask_members(data: bytes, keys: KeyPolicy) -> Masked | None:
+    """Both copies in one pass, for the common case: no escapes anywhere, and every mention of
+    a name is a member name (``"_secrets":``). With no escapes every ``"`` is a real string
+    boundary, so a name with a ``"`` on each side and a ``:`` after is a member name. ``None``
+    when some mention is anything else (a string value to look into): the general path then
+    handles the event."""
+    secret = keys.secret_keys
+    public: list[bytes] = []
+    archive: list[bytes] = []
+    public_counts: dict[str, int] = {}
+    archive_counts: dict[str, int] = {}
+    public_at = archive_at = 0
+    for at, name, size in keys.name_positions(data):
+        if at < public_at and at < archive_at:
+            continue  # inside a value both copies replace
+        colon = _COLON.match(data, at + size + 1)
+        if data[at - 1 : at] != b'"' or data[at + size : at + size + 1] != b'"' or colon is None:
+            return None
+        value_at = colon.end()
+        value_end = _value_end(data, data, value_at)
+        counted = data[value_at:value_end] != _QUOTED_REDACTED
+        if at >= public_at:
+            public += (data[public_at:value_at], _QUOTED_REDACTED)
+            public_at = value_end
+            if counted:
+                public_counts[name] = public_counts.get(name, 0) + 1
+        if name in secret and at >= archive_at:
+            archive += (data[archive_at:value_at], _QUOTED_REDACTED)
+            archive_at = value_end
+            if counted:
+                archive_counts[name] = archive_counts.get(name, 0) + 1
+    public.append(data[public_at:])
+    archive.append(data[archive_at:])
+    return Masked(
+        b"".join(public) if public_at else data,
+        b"".join(archive) if archive_at else data,
+        {Policy.PUBLIC: public_counts, Policy.ARCHIVE: archive_counts},
+    )
 
 
 def _emit(
@@ -275,7 +304,7 @@ def _mask_embedded(
         if inner is not None:
             masked, inner_counts = mask_bytes(inner, keys, policy, depth)
             _merge(counts, inner_counts)
-            return None if masked is inner else masked.decode("utf-8")
+            return None if masked == inner else masked.decode("utf-8")
         if head in ("{", "["):
             map_counts: dict[str, int] = {}
             masked_map = mask_java_map(value, keys.replaced_by(policy), map_counts)

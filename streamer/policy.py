@@ -83,15 +83,20 @@ class KeyPolicy:
         return found
 
     @cached_property
-    def member_pattern(self) -> re.Pattern[bytes]:
-        """A sensitive name as a member name, with its colon: ``"_secrets" :``."""
-        names = b"|".join(re.escape(n) for n in sorted(self._names, key=len, reverse=True))
-        return re.compile(rb'"(' + names + rb')"[ \t\n\r]*:[ \t\n\r]*')
+    def _named(self) -> tuple[tuple[bytes, str, int], ...]:
+        return tuple((n.encode(), n, len(n.encode())) for n in sorted(self.all_keys))
 
-    def count_mentions(self, data: bytes) -> int:
-        """How often the names occur in ``data``. Where one configured name contains another this
-        over-counts, which only turns the caller's fast path off."""
-        return sum(data.count(name) for name in self._names)
+    def name_positions(self, data: bytes) -> list[tuple[int, str, int]]:
+        """Every literal occurrence of a name in ``data``: (position, name, byte length), in
+        order. Names contained in other names occur twice; the caller's checks sort that out."""
+        found: list[tuple[int, str, int]] = []
+        for encoded, name, size in self._named:
+            at = data.find(encoded)
+            while at >= 0:
+                found.append((at, name, size))
+                at = data.find(encoded, at + size)
+        found.sort()
+        return found
 
     def key_use_pattern(self, policy: Policy) -> re.Pattern[str]:
         """A name this policy replaces, written where a key goes: ``_secrets=`` in Java map text,

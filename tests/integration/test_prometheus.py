@@ -148,8 +148,11 @@ def streamer(stack: Stack) -> Iterator[tuple[Running, str]]:
 def prometheus(tools: Path, streamer: tuple[Running, str], tmp_path: Path) -> Iterator[Prometheus]:
     """The shipped config, with only its target and intervals changed, and the shipped rules."""
     config = (SHIPPED / "prometheus.yml").read_text()
+    discovery = (
+        '    dns_sd_configs:\n      - names: ["streamer"]\n        type: A\n        port: 9400'
+    )
     for old, new in [
-        ('"streamer:9400"', f'"{streamer[1]}"'),
+        (discovery, f'    static_configs:\n      - targets: ["{streamer[1]}"]'),
         ("scrape_interval: 15s", "scrape_interval: 1s"),
         ("evaluation_interval: 15s", "evaluation_interval: 1s"),
     ]:
