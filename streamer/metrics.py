@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -107,14 +106,6 @@ class Metrics:
             registry=registry,
         )
         build.labels(__version__, POLICY_VERSION).set(1)
-
-    def count_redactions(self, route: str, redactions: Mapping[Policy, Mapping[str, int]]) -> None:
-        if not any(redactions.values()):
-            self.clean.labels(route).inc()
-            return
-        for policy, counts in redactions.items():
-            for key, n in counts.items():
-                self.redactions.labels(route, policy.value, key).inc(n)
 
     def prepare(self, routes: list[str], keys: list[str]) -> None:
         """Create every known series at zero, so rates and alerts work from the first scrape."""

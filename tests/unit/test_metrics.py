@@ -47,23 +47,6 @@ def exported_names(m: Metrics) -> set[str]:
     return names
 
 
-def test_count_redactions_counts_exactly(metrics: Metrics) -> None:
-    metrics.count_redactions(
-        "workflow", {Policy.PUBLIC: {"_secrets": 2, "_masked": 1}, Policy.ARCHIVE: {"_secrets": 2}}
-    )
-    metrics.count_redactions("workflow", {Policy.PUBLIC: {"_secrets": 3}})
-    metrics.count_redactions("workflow", {})
-    metrics.count_redactions("task", {})
-    redactions = "streamer_redactions_total"
-    assert totals(metrics) == {
-        series(redactions, route="workflow", policy="public", key="_secrets"): 5,
-        series(redactions, route="workflow", policy="public", key="_masked"): 1,
-        series(redactions, route="workflow", policy="archive", key="_secrets"): 2,
-        series("streamer_events_clean_total", route="workflow"): 1,
-        series("streamer_events_clean_total", route="task"): 1,
-    }
-
-
 def test_prepare_creates_every_known_series_at_zero(metrics: Metrics) -> None:
     metrics.prepare(ROUTES, KEYS)
     found = totals(metrics)
