@@ -38,6 +38,13 @@ test: lint $(STAMP) ## lint, then every test: unit and integration (a broker is 
 bench-mask: $(STAMP) ## masking core throughput vs a json.loads+json.dumps round trip
 	$(PY) -m bench.mask
 
+bench: $(STAMP) ## bench-mask, then `streamer run` end to end vs a pass-through on a local Kafka (~30 min)
+	$(PY) -m bench.mask
+	$(PY) -m bench.e2e
+
+bench-quick: $(STAMP) ## a small end-to-end bench: 20,000 events at 4 KB, 10 s latency load (< 2 min)
+	$(PY) -m bench.e2e --quick
+
 # Without STREAMER_BOOTSTRAP_SERVERS, demo and run start the local Kafka (kafka-up) and use it.
 ifeq ($(STREAMER_BOOTSTRAP_SERVERS),)
 LOCAL_KAFKA := kafka-up

@@ -204,6 +204,9 @@ class Runner:
                     raise FatalKafkaError(f"consumer: {error.name()}")
                 else:
                     log.warning("consumer: %s (%s)", error.name(), error.str())
+            # A rebalance served inside consume() may have revoked some partitions: their
+            # records now belong to another instance and must not be copied here too.
+            batch = [r for r in batch if (r.topic, r.partition) in self.assigned]
             if batch and not self._commit_batch(batch):
                 continue
             for part, offset in ends:
@@ -324,7 +327,7 @@ class Runner:
             self._quarantine(record, Reason.TOO_LARGE, tally, by_reference=True)
             return
         started = time.perf_counter()
-        result = process(record.value, self.keys)
+        result = process(record.value, self.keys, route, record)
         self.metrics.mask_seconds.observe(time.perf_counter() - started)
         if isinstance(result, Rejected):
             self._quarantine(record, result.reason, tally)

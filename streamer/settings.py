@@ -13,7 +13,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamer.policy import MASKED, SECRETS, KeyPolicy
@@ -30,8 +38,36 @@ class Delivery(StrEnum):
     AT_LEAST_ONCE = "at-least-once"
 
 
+class RawFormat(StrEnum):
+    """How a route's raw record values are encoded."""
+
+    JSON = "json"
+    AVRO = "avro"
+
+
+class OutputFormat(StrEnum):
+    """How a route writes one copy: JSON text; a typed streamer.PublicRecord/ArchiveRecord in
+    Avro; or (Avro input only) the masked event in its own Avro schema, derived where needed."""
+
+    JSON = "json"
+    AVRO = "avro"
+    AVRO_EVENT = "avro-event"
+
+
+class SubjectNameStrategy(StrEnum):
+    """Schema Registry subject of an output schema: ``<topic>-value``, the record's full
+    name, or ``<topic>-<full name>`` (Confluent's three strategies)."""
+
+    TOPIC_NAME = "topic-name"
+    RECORD_NAME = "record-name"
+    TOPIC_RECORD_NAME = "topic-record-name"
+
+
+_REGISTRY_URL = re.compile(r"^(https?|mock)://\S+$")
+
+
 class Route(BaseModel):
-    """One raw topic and the two topics its masked copies go to."""
+    """One raw topic and the two topics its masked copies go to, and their formats."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +75,13 @@ class Route(BaseModel):
     raw: str
     public: str
     archive: str
+    raw_format: RawFormat = RawFormat.JSON
+    public_format: OutputFormat = OutputFormat.JSON
+    archive_format: OutputFormat = OutputFormat.JSON
+    #: Empty: Avro single-object encoding with the schemas of ``schemas/``. Otherwise
+    #: Confluent framing with schemas from this (Confluent-compatible) registry.
+    schema_registry_url: str = ""
+    subject_name_strategy: SubjectNameStrategy = SubjectNameStrategy.TOPIC_NAME
 
     @field_validator("raw", "public", "archive")
     @classmethod
@@ -46,6 +89,26 @@ class Route(BaseModel):
         if not _TOPIC.match(value):
             raise ValueError("not a valid Kafka topic name")
         return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str) -> str:
+        if value and not _REGISTRY_URL.match(value):
+            raise ValueError("must be empty or an http://, https:// (or mock://) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _formats(self) -> Route:
+        avro_event = OutputFormat.AVRO_EVENT in (self.public_format, self.archive_format)
+        if avro_event and self.raw_format is not RawFormat.AVRO:
+            raise ValueError("the avro-event output format needs raw_format avro")
+        return self
+
+    @property
+    def uses_avro(self) -> bool:
+        """Whether any side of this route is Avro (otherwise it is JSON in, JSON out)."""
+        outputs = (self.public_format, self.archive_format)
+        return self.raw_format is RawFormat.AVRO or any(f is not OutputFormat.JSON for f in outputs)
 
 
 DEFAULT_ROUTES = (
@@ -74,7 +137,7 @@ class Settings(BaseSettings):
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("streamer", min_length=1)
     transactional_id: str = Field(
-        "", description="Transactional id of this instance; default: <group_id>-<hostname>-<pid>"
+        "", description="Transactional id of this instance; default: <group_id>-<hostname>"
     )
     delivery: Delivery = Delivery.EXACTLY_ONCE
     routes: tuple[Route, ...] = Field(DEFAULT_ROUTES, min_length=1)

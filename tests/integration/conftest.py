@@ -22,6 +22,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from streamer.kafka import read_committed
 from streamer.localkafka import Broker, start, stop
 from streamer.record import Record
+from tests.integration.registry import schema_registry as schema_registry  # session fixture
 
 STREAMER = [sys.executable, "-m", "streamer"]
 

@@ -1,0 +1,1 @@
+"""The Avro schemas of schemas/ as package data (``streamer.schemas``); see README.md here."""
