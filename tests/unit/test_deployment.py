@@ -690,7 +690,7 @@ def test_dockerfile_builds_a_runtime_only_venv_for_a_non_root_user() -> None:
     labels = final.labels()
     assert labels["org.opencontainers.image.title"] == PYPROJECT["project"]["name"]
     assert labels["org.opencontainers.image.version"] == __version__
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
     assert labels["org.opencontainers.image.description"] == PYPROJECT["project"]["description"]
     assert labels["org.opencontainers.image.base.name"] == builder.base
 
