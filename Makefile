@@ -42,7 +42,7 @@ bench: $(STAMP) ## bench-mask, then `streamer run` end to end vs a pass-through 
 	$(PY) -m bench.mask
 	$(PY) -m bench.e2e
 
-bench-quick: $(STAMP) ## a small end-to-end bench: 20,000 events at 4 KB, 10 s latency load (< 2 min)
+bench-quick: $(STAMP) ## small end-to-end bench: 20,000 events at 4 KB, 10 s of steady load (~1 min)
 	$(PY) -m bench.e2e --quick
 
 # Without STREAMER_BOOTSTRAP_SERVERS, demo and run start the local Kafka (kafka-up) and use it.

@@ -92,6 +92,8 @@ class Row:
     baseline: str | None = None
     ratio: float | None = None
     cpu_us_per_event: float | None = None
+    #: CPU of the local broker per event during the case (None with an external cluster)
+    broker_us_per_event: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -108,6 +110,7 @@ class Row:
 @dataclass
 class Bench:
     bootstrap: str
+    broker_pid: int | None
     logs: Path
     repeat: int
     verify: bool = True
@@ -152,12 +155,6 @@ def _tail(p: Process, lines: int = 15) -> str:
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _label(nbytes: float) -> str:
@@ -264,7 +261,7 @@ def _one_pass(
     say(f"{size_label} {case}: run {attempt + 1}/{bench.repeat}, {events:,} events")
     watch = Watch(bench.bootstrap, group, topics, ends)
     watch.start()
-    cpu0 = _children_cpu()
+    cpu0, broker0 = _children_cpu(), common.cpu_seconds(bench.broker_pid)
     procs = [
         bench.spawn(
             f"{slug}-{attempt}-{i}", argv, bench.env(topics, group, delivery, f"{group}-{i}")
@@ -297,6 +294,7 @@ def _one_pass(
             p.memory.stop()
         watch.stop()
     cpu = _children_cpu() - cpu0
+    broker_cpu = common.cpu_seconds(bench.broker_pid) - broker0
     for p in procs:
         code = p.popen.returncode
         if code != 0 and not row.error:
@@ -332,6 +330,8 @@ def _one_pass(
     row.wall_events_per_s = round(events / (end_wall - start))
     row.mb_per_s = round(nbytes / steady / 1e6, 1)
     row.cpu_us_per_event = round(cpu / events * 1e6, 1)
+    if bench.broker_pid:
+        row.broker_us_per_event = round(broker_cpu / events * 1e6, 1)
     summaries = [p.memory.summary() for p in procs]
     row.memory = [{"process": p.name, **m} for p, m in zip(procs, summaries, strict=True)]
     peaks = [peak for m in summaries if (peak := m["peak_mb"]) is not None]
@@ -370,18 +370,25 @@ def _verify(bench: Bench, topics: Topics, events: int, row: Row, masked: bool) -
         )
 
 
-def latency(bench: Bench, size: int, rate: float, seconds: float) -> Row:
-    """`streamer run` (exactly-once) under a steady ``rate``; a read_committed reader of the
-    public topic measures receive time minus the raw record's timestamp."""
-    prefix = common.unique("latency")
+def latency(bench: Bench, size: int, rate: float, seconds: float, program: str) -> Row:
+    """``program`` (`streamer run` or the transactional pass-through) under a steady ``rate``;
+    a read_committed reader of the public topic measures receive time minus the raw record's
+    timestamp."""
+    prefix = common.unique(f"latency-{program}")
     topics = Topics(f"{prefix}.raw", prefix)
     common.create_topics(bench.bootstrap, [topics.raw, *topics.outputs])
     group = f"{prefix}-group"
     label = _label(size)
-    row = Row(case=f"latency exactly-once @ {rate:,.0f}/s", size=label)
-    say(f"{label} latency: streamer run under {rate:,.0f} events/s for {seconds:g} s")
-    proc = bench.spawn("latency", [sys.executable, "-m", "streamer", "run"],
-                       bench.env(topics, group, "exactly-once", f"{group}-0"))  # fmt: skip
+    name = "streamer exactly-once" if program == "streamer" else "pass-through txn"
+    row = Row(case=f"latency {name} @ {rate:,.0f}/s", size=label)
+    say(f"{label} latency: {name} under {rate:,.0f} events/s for {seconds:g} s")
+    if program == "streamer":
+        argv = [sys.executable, "-m", "streamer", "run"]
+    else:
+        argv = [sys.executable, "-m", "bench.passthrough", "--mode", "txn"]
+    env = bench.env(topics, group, "exactly-once", f"{group}-0")
+    proc = bench.spawn(f"latency-{program}", argv, env)
+    broker0 = common.cpu_seconds(bench.broker_pid)
     reader = Consumer(
         {
             **common.client(bench.bootstrap),
@@ -400,7 +407,7 @@ def latency(bench: Bench, size: int, rate: float, seconds: float) -> Row:
         daemon=True,
     )
     latencies: list[float] = []
-    cpu = 0.0
+    cpu = broker_cpu = 0.0
     try:
         deadline = time.monotonic() + 60
         while "assigned " not in proc.log.read_text(errors="replace"):
@@ -418,7 +425,8 @@ def latency(bench: Bench, size: int, rate: float, seconds: float) -> Row:
             if proc.popen.poll() is not None:
                 raise RuntimeError(f"streamer run exited with status {proc.popen.returncode}")
         loader.join(30)
-        cpu = _cpu_seconds(proc.popen.pid)  # the streamer's alone (the loader is a child too)
+        cpu = common.cpu_seconds(proc.popen.pid)  # its own alone (the loader is a child too)
+        broker_cpu = common.cpu_seconds(bench.broker_pid) - broker0
         if produced.value < 0 or len(latencies) < produced.value:
             raise RuntimeError(f"read {len(latencies)} of {produced.value} events in time")
     except RuntimeError as exc:
@@ -438,13 +446,15 @@ def latency(bench: Bench, size: int, rate: float, seconds: float) -> Row:
         common.delete_topics(bench.bootstrap, [topics.raw, *topics.outputs])
     if row.error:
         bench.failed += 1
-        say(f"{label} latency: FAILED: {row.error}\n{_tail(proc)}")
+        say(f"{label} latency {name}: FAILED: {row.error}\n{_tail(proc)}")
         return row
     row.events = len(latencies)
     row.event_bytes = round(sum(len(v) for v in common.event_pool(size)) / common.POOL)
     row.events_per_s = round(len(latencies) / seconds)
     row.mb_per_s = round(row.events_per_s * row.event_bytes / 1e6, 1)
     row.cpu_us_per_event = round(cpu / max(len(latencies), 1) * 1e6, 1)
+    if bench.broker_pid:
+        row.broker_us_per_event = round(broker_cpu / max(len(latencies), 1) * 1e6, 1)
     row.p50_ms = round(common.percentile(latencies, 50), 1)
     row.p99_ms = round(common.percentile(latencies, 99), 1)
     row.max_ms = round(max(latencies), 1)
@@ -452,11 +462,47 @@ def latency(bench: Bench, size: int, rate: float, seconds: float) -> Row:
     row.memory = [{"process": proc.name, **memory}]
     row.peak_rss_mb = memory["peak_mb"]
     say(
-        f"{label} latency: {len(latencies):,} events, p50 {row.p50_ms} ms, p99 {row.p99_ms} ms, "
-        f"max {row.max_ms} ms; RSS at 25/50/75/100 %: {memory.get('p25_mb')} / "
-        f"{memory.get('p50_mb')} / {memory.get('p75_mb')} / {memory.get('end_mb')} MB"
+        f"{label} latency {name}: {len(latencies):,} events, p50 {row.p50_ms} ms, "
+        f"p99 {row.p99_ms} ms, max {row.max_ms} ms; RSS at 25/50/75/100 %: "
+        f"{memory.get('p25_mb')} / {memory.get('p50_mb')} / {memory.get('p75_mb')} / "
+        f"{memory.get('end_mb')} MB"
     )
     return row
+
+
+def warm_broker(bench: Bench, events: int) -> None:
+    """An untimed pass of each kind (transactional and plain pass-through, exactly-once and
+    at-least-once streamer) over a small topic: a fresh broker JIT-compiles its produce, fetch
+    and transaction paths during its first minute, and the first timed cases would pay."""
+    pool = common.event_pool(SIZES[4])
+    raw = f"{common.unique('warm')}.raw"
+    common.create_topics(bench.bootstrap, [raw])
+    common.fill(bench.bootstrap, raw, pool, events)
+    for program, delivery in (
+        ("passthrough", "exactly-once"),
+        ("streamer", "exactly-once"),
+        ("passthrough", "at-least-once"),
+        ("streamer", "at-least-once"),
+    ):
+        topics = Topics(raw, common.unique(f"warm-{program}"))
+        common.create_topics(bench.bootstrap, topics.outputs)
+        group = f"{topics.prefix}-group"
+        if program == "streamer":
+            argv = [sys.executable, "-m", "streamer", "run", "--stop-when-caught-up"]
+        else:
+            mode = "txn" if delivery == "exactly-once" else "plain"
+            argv = [sys.executable, "-m", "bench.passthrough", "--mode", mode]
+            argv.append("--stop-when-caught-up")
+        proc = bench.spawn(f"warm-up-{program}-{delivery}", argv,
+                           bench.env(topics, group, delivery, f"{group}-0"))  # fmt: skip
+        try:
+            proc.popen.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(10)
+        proc.memory.stop()
+        common.delete_topics(bench.bootstrap, topics.outputs)
+    common.delete_topics(bench.bootstrap, [raw])
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -537,7 +583,7 @@ def _targets(rows: list[Row]) -> list[dict[str, Any]]:
         if pt1 and pt2 and pt1.events_per_s and pt2.events_per_s:
             ceiling = round(pt2.events_per_s / pt1.events_per_s, 2)
             add(f"(for reference) two / one pass-through txn at {four}", ceiling, "-", None)
-    lat = next((r for r in rows if r.case.startswith("latency")), None)
+    lat = next((r for r in rows if r.case.startswith("latency streamer")), None)
     if lat is not None:
         add("p99 latency at half load, exactly-once (ms)", lat.p99_ms, f"< {TARGET_P99_MS:g}",
             lat.p99_ms is not None and lat.p99_ms < TARGET_P99_MS)  # fmt: skip
@@ -553,20 +599,22 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
 
 def render(rows: list[Row], targets: list[dict[str, Any]]) -> str:
     cols = [
-        ("case", 36, "<"), ("events", 9, ">"), ("events/s", 10, ">"), ("wall/s", 9, ">"),
-        ("MB/s", 7, ">"), ("x base", 7, ">"), ("CPU us/ev", 10, ">"), ("p50 ms", 8, ">"),
-        ("p99 ms", 8, ">"), ("peak RSS MB", 12, ">"),
+        ("case", 46, "<"), ("events", 9, ">"), ("events/s", 10, ">"), ("wall/s", 9, ">"),
+        ("MB/s", 7, ">"), ("x base", 7, ">"), ("CPU us/ev", 10, ">"),
+        ("broker us/ev", 13, ">"), ("p50 ms", 8, ">"), ("p99 ms", 8, ">"),
+        ("peak RSS MB", 12, ">"),
     ]  # fmt: skip
     head = "".join(f"{name:{align}{width}}" for name, width, align in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.error:
-            lines.append(f"{r.size + ' ' + r.case:<36} FAILED: {r.error}")
+            lines.append(f"{r.size + ' ' + r.case:<46} FAILED: {r.error}")
             continue
         cells = [
             f"{r.size} {r.case}", _fmt(r.events), _fmt(r.events_per_s),
             _fmt(r.wall_events_per_s), _fmt(r.mb_per_s, ".1f"), _fmt(r.ratio, ".2f"),
-            _fmt(r.cpu_us_per_event, ",.1f"), _fmt(r.p50_ms, ".1f"), _fmt(r.p99_ms, ".1f"),
+            _fmt(r.cpu_us_per_event, ",.1f"), _fmt(r.broker_us_per_event, ",.1f"),
+            _fmt(r.p50_ms, ".1f"), _fmt(r.p99_ms, ".1f"),
             _fmt(r.peak_rss_mb, ".1f"),
         ]  # fmt: skip
         lines.append("".join(f"{c:{a}{w}}" for c, (_, w, a) in zip(cells, cols, strict=True)))
@@ -633,9 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     started = time.monotonic()
-    with common.kafka() as bootstrap:
+    with common.kafka() as (bootstrap, broker_pid):
         common.warm_up(bootstrap)
-        bench = Bench(bootstrap, logs, max(args.repeat, 1), verify=not args.no_verify)
+        bench = Bench(bootstrap, broker_pid, logs, max(args.repeat, 1), verify=not args.no_verify)
+        say("warming the broker up: one untimed pass of each kind over 5,000 events")
+        warm_broker(bench, 5_000)
         eos_rate: float | None = None
         for key in sorted(sizes, key=lambda k: k != 4) if not args.latency_only else []:
             events = max(round(base_events * SIZES[4] / SIZES[key]), 1_000)
@@ -651,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = args.latency_rate or (eos_rate / 2 if eos_rate else None)
         if rate:
             size = SIZES[4] if 4 in sizes else SIZES[sizes[0]]
-            bench.rows.append(latency(bench, size, rate, seconds))
+            for program in ("passthrough", "streamer"):
+                bench.rows.append(latency(bench, size, rate, seconds, program))
         else:
             say("latency: skipped, there is no exactly-once rate to halve")
     elapsed = time.monotonic() - started
@@ -668,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "events/s excludes start-up (first committed output -> all offsets committed); wall/s "
         "is process start -> exit; MB/s = raw bytes in;\nx base = events/s over the pass-through "
-        "with the same delivery and processes; CPU us/ev = CPU of the processes under test"
+        "with the same delivery and processes; CPU us/ev = CPU of the processes under test,\n"
+        "broker us/ev = CPU of the local broker, per event"
     )
     if len(sizes) > 1:
         print(f"each size moves about {base_events * SIZES[4] / 1e6:,.0f} MB of raw events")

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_assign(_c: object, parts: list[TopicPartition]) -> None:
         assigned.update(p.partition for p in parts)
+        print(f"assigned {sorted(p.partition for p in parts)}", file=sys.stderr, flush=True)
 
     def on_revoke(_c: object, parts: list[TopicPartition]) -> None:
         assigned.difference_update(p.partition for p in parts)
