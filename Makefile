@@ -38,7 +38,7 @@ test: lint $(STAMP) ## lint, then every test: unit and integration (a broker is 
 bench-mask: $(STAMP) ## masking core throughput vs a json.loads+json.dumps round trip
 	$(PY) -m bench.mask
 
-bench: $(STAMP) ## bench-mask, then `streamer run` end to end vs a pass-through on a local Kafka (~10 min)
+bench: $(STAMP) ## bench-mask (~14 min), then `streamer run` end to end vs a pass-through on a local Kafka (~10 min)
 	$(PY) -m bench.mask
 	$(PY) -m bench.e2e
 
